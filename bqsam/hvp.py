@@ -28,11 +28,18 @@ from torch import Tensor
 __all__ = ["hvp_exact", "hvp_central_difference"]
 
 
-def hvp_exact(grads: Sequence[Tensor], params: Sequence[Tensor], vectors: Sequence[Tensor]) -> list[Tensor]:
+def hvp_exact(
+    grads: Sequence[Tensor],
+    params: Sequence[Tensor],
+    vectors: Sequence[Tensor],
+    *,
+    retain_graph: bool = False,
+) -> list[Tensor]:
     """Return ``H v`` by differentiating ``<grads, vectors>`` with respect to ``params``.
 
     ``grads`` must carry a graph: compute them with ``create_graph=True``. A parameter that
-    the gradient does not depend on gets a zero product.
+    the gradient does not depend on gets a zero product. ``retain_graph=True`` keeps the
+    graph for further products with the same gradients (Lanczos, Hutchinson).
     """
     if len(grads) != len(params) or len(vectors) != len(params):
         raise ValueError(
@@ -48,7 +55,8 @@ def hvp_exact(grads: Sequence[Tensor], params: Sequence[Tensor], vectors: Sequen
     products = torch.autograd.grad(
         [g for g in grads if g.requires_grad],
         params,
-        grad_outputs=[v for g, v in zip(grads, vectors) if g.requires_grad],
+        grad_outputs=[v.to(g.dtype) for g, v in zip(grads, vectors) if g.requires_grad],
+        retain_graph=retain_graph,
         allow_unused=True,
     )
     return [torch.zeros_like(p) if hv is None else hv.detach() for p, hv in zip(params, products)]

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 import bqsam
 from bqsam import BinarySAM, binarizable_param_groups
+from bqsam.atomic import write_atomic
 from bqsam.landscape import filter_normalized_direction, loss_slice_1d, loss_slice_2d
 from bqsam.sharpness import lanczos_top_eigenvalue
 from theory.cifar_logistic import CIFAR10_CLASSES, load_class_images
@@ -256,10 +257,7 @@ def _trained(method: str, settings: NetworkSettings, data: dict, data_dir: Path,
     result = _train(method, settings, data)
     logger.info("%s: trained in %.1f s", method, time.perf_counter() - started)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".pt.tmp")
-        torch.save(result, temporary)
-        os.replace(temporary, path)
+        write_atomic(path, lambda stream: torch.save(result, stream))
     return result
 
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Sequence
+
+from bqsam.atomic import write_text_atomic
 
 from .checks import Check
 
@@ -71,7 +71,8 @@ def grouped(checks: Iterable[Check]) -> "OrderedDict[str, list[Check]]":
     return OrderedDict((key, groups[key]) for key in keys)
 
 
-def _number(value: float) -> str:
+def format_number(value: float) -> str:
+    """Format a check value with 4 significant digits; nan and inf spelled out."""
     value = float(value)
     if math.isnan(value):
         return "nan"
@@ -94,7 +95,7 @@ def format_table(checks: Sequence[Check]) -> str:
     for theorem, members in grouped(checks).items():
         for c in members:
             rows.append(
-                (c.id, theorem, c.problem, c.method, _number(c.empirical), _number(c.bound), _number(c.ratio), status(c))
+                (c.id, theorem, c.problem, c.method, format_number(c.empirical), format_number(c.bound), format_number(c.ratio), status(c))
             )
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     # The id and theorem columns can be long; cap them so a row fits a wide terminal.
@@ -130,7 +131,7 @@ def format_summary_table(checks: Sequence[Check]) -> str:
                 theorem,
                 str(len(ordinary)),
                 str(sum(c.passed for c in ordinary)),
-                _number(max(ratios)) if ratios else "-",
+                format_number(max(ratios)) if ratios else "-",
                 f"{sum(c.passed for c in controls)} of {len(controls)}",
             )
         )
@@ -145,19 +146,7 @@ def format_summary_table(checks: Sequence[Check]) -> str:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    write_text_atomic(path, text)
 
 
 def write_json(path: Path, checks: Sequence[Check], seconds: float) -> None:

@@ -21,7 +21,7 @@ from theory.problems import LeastSquares, Logistic, Problem, Quadratic, RobustRe
 from .checks import REL_TOL, STANDARD_ERRORS, Check
 from .instances import f_star_lower
 from .methods import METHODS
-from .report import grouped, status, summary
+from .report import format_number, grouped, status, summary
 
 __all__ = ["markdown_report", "STATEMENTS"]
 
@@ -103,15 +103,6 @@ STATEMENTS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _fmt(value: float) -> str:
-    value = float(value)
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return f"{value:.4g}"
-
-
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -133,9 +124,9 @@ def _problem_rows(instances) -> list[str]:
             how = ""
         f_low = f_star_lower(problem)
         rows.append(
-            f"| {name} | {problem.dim} | {problem.n_samples} | {_fmt(problem.L)} | {_fmt(problem.L_i or float('nan'))} "
-            f"| {_fmt(problem.mu) if problem.mu else '-'} | {_fmt(problem.M) if problem.M is not None else '-'} "
-            f"| {_fmt(f_low) if f_low is not None else '-'} | {how} |"
+            f"| {name} | {problem.dim} | {problem.n_samples} | {format_number(problem.L)} | {format_number(problem.L_i or float('nan'))} "
+            f"| {format_number(problem.mu) if problem.mu else '-'} | {format_number(problem.M) if problem.M is not None else '-'} "
+            f"| {format_number(f_low) if f_low is not None else '-'} | {how} |"
         )
     return rows
 
@@ -144,14 +135,14 @@ def _ratio_stats(checks: Sequence[Check]) -> tuple[str, str]:
     ratios = [c.ratio for c in checks if not c.control and math.isfinite(c.ratio)]
     if not ratios:
         return "-", "-"
-    return _fmt(max(ratios)), _fmt(statistics.median(ratios))
+    return format_number(max(ratios)), format_number(statistics.median(ratios))
 
 
 def _table(checks: Sequence[Check]) -> list[str]:
     lines = ["| id | empirical | bound | ratio | status | worst entry |", "|---|---:|---:|---:|---|---|"]
     for c in checks:
         lines.append(
-            f"| `{c.id}` | {_fmt(c.empirical)} | {_fmt(c.bound)} | {_fmt(c.ratio)} | {status(c)} | {_cell(c.where)} |"
+            f"| `{c.id}` | {format_number(c.empirical)} | {format_number(c.bound)} | {format_number(c.ratio)} | {status(c)} | {_cell(c.where)} |"
         )
     return lines
 
@@ -233,8 +224,8 @@ def markdown_report(result, quick: bool) -> str:
                 f"| {m.name} | {m.quantizer or '-'} | {'yes' if m.sam else 'no'} | "
                 f"{('yes' if m.normalize else 'no (USAM)') if m.sam else '-'} | "
                 f"{m.sam_grad if m.sam else '-'} | {m.perturb if m.sam else '-'} | "
-                f"{', '.join(_fmt(x) for x in m.lams) if m.quantizer == 'relax' else '-'} | "
-                f"{_fmt(m.lam_growth) if m.quantizer == 'relax' else '-'} |"
+                f"{', '.join(format_number(x) for x in m.lams) if m.quantizer == 'relax' else '-'} | "
+                f"{format_number(m.lam_growth) if m.quantizer == 'relax' else '-'} |"
             )
         out += [
             "",
@@ -288,13 +279,13 @@ def markdown_report(result, quick: bool) -> str:
     out += ["## Negative controls", "", "| id | what is broken | empirical | bound | status |", "|---|---|---:|---:|---|"]
     for c in controls:
         broken = c.detail or c.where
-        out.append(f"| `{c.id}` | {_cell(broken)} | {_fmt(c.empirical)} | {_fmt(c.bound)} | {status(c)} |")
+        out.append(f"| `{c.id}` | {_cell(broken)} | {format_number(c.empirical)} | {format_number(c.bound)} | {status(c)} |")
 
     if failed:
         out += ["", "## Failed checks", "", "| id | empirical | bound | ratio | detail |", "|---|---:|---:|---:|---|"]
         for c in failed:
             note = "; ".join(part for part in (c.detail, c.where) if part)
-            out.append(f"| `{c.id}` | {_fmt(c.empirical)} | {_fmt(c.bound)} | {_fmt(c.ratio)} | {_cell(note)} |")
+            out.append(f"| `{c.id}` | {format_number(c.empirical)} | {format_number(c.bound)} | {format_number(c.ratio)} | {_cell(note)} |")
 
     out += [
         "",

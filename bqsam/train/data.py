@@ -36,7 +36,6 @@ import logging
 import os
 import pickle
 import struct
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..atomic import write_bytes_atomic
 
 __all__ = [
     "DATASETS",
@@ -333,20 +334,6 @@ class _Python2PickleWriter:
         self.write(b"tb")  # TUPLE, BUILD
 
 
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name + ".", suffix=".tmp", delete=False) as file:
-        temporary = Path(file.name)
-        try:
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
-        except BaseException:
-            file.close()
-            temporary.unlink(missing_ok=True)
-            raise
-    os.replace(temporary, path)
-
-
 def write_cifar_python_batches(
     images: np.ndarray,
     labels: Sequence[int] | np.ndarray,
@@ -383,7 +370,7 @@ def write_cifar_python_batches(
             b"filenames": [f"image_{index:05d}.png".encode("ascii") for index in indices],
         }
         path = out_dir / names[number - 1]
-        _atomic_write_bytes(path, _Python2PickleWriter().dump(batch))
+        write_bytes_atomic(path, _Python2PickleWriter().dump(batch))
         written.append(path)
 
     meta = {
@@ -392,7 +379,7 @@ def write_cifar_python_batches(
         b"num_vis": 3072,
     }
     meta_path = out_dir / "batches.meta"
-    _atomic_write_bytes(meta_path, _Python2PickleWriter().dump(meta))
+    write_bytes_atomic(meta_path, _Python2PickleWriter().dump(meta))
     written.append(meta_path)
     return written
 
@@ -645,7 +632,7 @@ def _cache_paths(cache_dir: Path, name: str, split: str, source: _Source, subset
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
-    _atomic_write_bytes(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _load_cache(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray] | None:

@@ -86,8 +86,9 @@ class BinarySAM(torch.optim.Optimizer):
 
     Args:
         params: parameters or param groups. A group's ``binarize`` flag chooses whether its
-            tensors are quantized (default: all groups when ``quantizer`` is set);
-            ``bqsam.binarizable_param_groups(model)`` builds the usual split.
+            tensors are quantized when ``quantizer`` is set (default: all groups); with
+            ``quantizer=None`` nothing is quantized, so the same groups from
+            ``bqsam.binarizable_param_groups(model)`` serve every method.
         base_optimizer: a ``torch.optim.Optimizer`` class (default ``torch.optim.SGD``)
             built on the same param groups, so an LR scheduler given this object changes
             the rate the base step uses.
@@ -240,10 +241,6 @@ class BinarySAM(torch.optim.Optimizer):
         if clip is not None and not (_is_nonnegative_number(clip) and clip > 0):
             raise ValueError(f"clip must be None or a number > 0, got {clip!r}")
 
-        if group["binarize"] and self.quantizer is None:
-            raise ValueError(
-                "a param group has binarize=True but quantizer=None; pass quantizer='ste' or 'relax'"
-            )
         if batched and any(p.dim() == 0 for p in group["params"]):
             raise ValueError("batched=True needs tensors with a leading row dimension; got a 0-dim tensor")
         if "lr" in group and not float(group["lr"]) > 0:
@@ -264,9 +261,13 @@ class BinarySAM(torch.optim.Optimizer):
     def _lam_k(self, group: dict[str, Any]) -> float | Tensor:
         return group["lam"] * group["lam_growth"] ** group["k"]
 
+    def _binarized(self, group: dict[str, Any]) -> bool:
+        """Whether the group's tensors are quantized: its flag, and a quantizer set."""
+        return bool(group["binarize"]) and self.quantizer is not None
+
     def _quantize(self, p: Tensor, group: dict[str, Any]) -> Tensor:
         """Return the point ``x`` where gradients are taken for a tensor of ``group``."""
-        if not group["binarize"]:
+        if not self._binarized(group):
             return p
         if self.quantizer == "ste":
             return binarize(p, scale=group["scale"], per_channel=self._per_row(group))
@@ -468,7 +469,7 @@ class BinarySAM(torch.optim.Optimizer):
         if self.perturb == "latent":
             with torch.no_grad():
                 descent_point = [
-                    self._quantize(w + e, group) if group["binarize"] else w + e
+                    self._quantize(w + e, group)
                     for (group, _), w, e in zip(self._params(), latent, perturbation)
                 ]
         else:
@@ -491,7 +492,7 @@ class BinarySAM(torch.optim.Optimizer):
     def _finish_step(self) -> None:
         with torch.no_grad():
             for group in self.param_groups:
-                if group["binarize"] and group["clip"] is not None:
+                if self._binarized(group) and group["clip"] is not None:
                     for p in group["params"]:
                         p.clamp_(-group["clip"], group["clip"])
                 group["k"] += 1
@@ -507,7 +508,7 @@ class BinarySAM(torch.optim.Optimizer):
         saved = []
         with torch.no_grad():
             for group, p in self._params():
-                if group["binarize"]:
+                if self._binarized(group):
                     saved.append((p, p.detach().clone()))
                     p.copy_(binarize(p, scale=group["scale"], per_channel=self._per_row(group)))
         try:

@@ -99,6 +99,7 @@ def build_sharpness(data: dict) -> Figure:
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("Sharpness during training, SGD vs BinaryConnect vs BQ-SAM (Lanczos)\n" + _subtitle(data),
-                 fontsize=9)
+    # The subtitle is long, so it gets a line of its own at a size that fits the axes width.
+    ax.set_title("Sharpness during training, SGD vs BinaryConnect vs BQ-SAM (Lanczos)\n"
+                 + _subtitle(data).replace("; ", ";\n"), fontsize=8)
     return figure

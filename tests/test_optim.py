@@ -402,10 +402,16 @@ def test_row_tensor_rho_needs_batched_group():
         BinarySAM([{"params": [w], "rho": torch.tensor([0.1, 0.2])}], lr=0.1)
 
 
-def test_binarize_group_needs_quantizer():
-    w = torch.ones(3, requires_grad=True)
-    with pytest.raises(ValueError, match="quantizer=None"):
-        BinarySAM([{"params": [w], "binarize": True}], lr=0.1)
+def test_binarize_flag_without_quantizer_is_plain_sgd():
+    a, b, w0 = quadratic_problem()
+    loss_fn = lambda w: quartic_loss(w, a, b)  # noqa: E731
+    w = w0.clone().requires_grad_(True)
+    opt = BinarySAM([{"params": [w], "binarize": True, "clip": 0.1}], rho=0.0, lr=0.1)
+    opt.step(make_closure(opt, [w], loss_fn))
+    assert torch.allclose(w, w0 - 0.1 * grad_at(loss_fn, w0), rtol=0, atol=1e-12)
+    after_step = w.detach().clone()
+    with opt.deployed():
+        assert torch.equal(w, after_step)
 
 
 def test_step_without_closure_needs_plain_setting():

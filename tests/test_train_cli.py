@@ -37,6 +37,31 @@ def train_arguments(data_dir, out, *extra):
     ]
 
 
+# ------------------------------------------------------------------ resume with stored settings
+def test_resume_with_only_out_uses_stored_settings(cifar10_dir, tmp_path, caplog):
+    out = tmp_path / "run"
+    arguments = train_arguments(cifar10_dir, out)
+    arguments[arguments.index("--epochs") + 1] = "1"
+    assert bqsam_main(arguments) == 0
+    weights = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+
+    assert bqsam_main(["train", "--out", str(out), "--resume"]) == 0
+    again = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    for name, value in weights.items():
+        assert torch.equal(again[name], value), name
+
+
+def test_resume_rejects_a_changed_option(cifar10_dir, tmp_path, caplog):
+    out = tmp_path / "run"
+    arguments = train_arguments(cifar10_dir, out)
+    arguments[arguments.index("--epochs") + 1] = "1"
+    assert bqsam_main(arguments) == 0
+
+    with caplog.at_level(logging.ERROR):
+        assert bqsam_main(["train", "--out", str(out), "--resume", "--lr", "0.5"]) == 2
+    assert "lr" in caplog.text
+
+
 # ------------------------------------------------------------------ train and export
 def test_train_then_export(cifar10_dir, tmp_path, capsys):
     out = tmp_path / "run"

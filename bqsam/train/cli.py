@@ -16,8 +16,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from .config import (
@@ -124,7 +126,8 @@ def configure_train_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="RUN_DIR",
                         help="run directory: config.json, metrics.csv/jsonl, checkpoint.pt, summary.json")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run in RUN_DIR from its checkpoint (same settings); "
+                        help="continue the run in RUN_DIR from its checkpoint with the settings "
+                        "stored in its config.json (options given again must match them); "
                         "starts a new run when RUN_DIR has none")
 
 
@@ -144,12 +147,41 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def _explicit_train_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the training options whose value differs from the parser default."""
+    parser = argparse.ArgumentParser()
+    configure_train_parser(parser)
+    defaults = parser.parse_args(["--out", str(args.out)])
+    return {
+        name: getattr(args, name)
+        for name in _CONFIG_FIELDS
+        if hasattr(args, name) and getattr(args, name) != getattr(defaults, name)
+    }
+
+
+def resume_config(args: argparse.Namespace) -> TrainConfig:
+    """Build the config of ``bqsam train --resume``: the run's stored settings, with the
+    options given on the command line on top (a changed setting is then rejected by the
+    trainer, naming it)."""
+    from .checkpoint import read_json
+
+    stored = read_json(Path(args.out) / "config.json")
+    names = {field.name for field in dataclasses.fields(TrainConfig)}
+    values = {name: value for name, value in stored.items() if name in names}
+    values.update(_explicit_train_options(args))
+    values.update(out=args.out, resume=True)
+    return TrainConfig(**values)
+
+
 def train_main(args: argparse.Namespace) -> int:
     """Run ``bqsam train``."""
     from .loop import TrainingDiverged, train
 
     try:
-        config = config_from_args(args, out=args.out, resume=args.resume)
+        if args.resume and (Path(args.out) / "config.json").is_file():
+            config = resume_config(args)
+        else:
+            config = config_from_args(args, out=args.out, resume=args.resume)
         summary = train(config)
     except TrainingDiverged as error:
         logger.error("%s", error)

@@ -1,7 +1,7 @@
 """Atomic file writes: a reader sees the old file or the new one, never a partial one.
 
 The data goes to a temporary file in the target's folder, is flushed and fsynced, and
-replaces the target with ``os.replace``; the folder is fsynced too, so the rename itself
+replaces the target with ``os.replace``. The folder is fsynced too, so the rename itself
 survives a crash. Checkpoints, run metrics, caches and verification reports use it.
 
 Example:

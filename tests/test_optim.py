@@ -352,7 +352,7 @@ def test_lr_scheduler_on_binarysam_changes_rate_used():
     for _ in range(3):
         before = w.detach().clone()
         opt.step(make_closure(opt, [w], loss_fn))
-        steps.append(float((before - w)[0]))
+        steps.append(float((before - w.detach())[0]))
         scheduler.step()
     assert steps == [1.0, 0.5, 0.25]
     assert opt.base_optimizer.param_groups[0]["lr"] == 0.125

@@ -86,7 +86,7 @@ class BinarySAM(torch.optim.Optimizer):
 
     Args:
         params: parameters or param groups. A group's ``binarize`` flag chooses whether its
-            tensors are quantized when ``quantizer`` is set (default: all groups); with
+            tensors are quantized when ``quantizer`` is set (default: all groups). With
             ``quantizer=None`` nothing is quantized, so the same groups from
             ``bqsam.binarizable_param_groups(model)`` serve every method.
         base_optimizer: a ``torch.optim.Optimizer`` class (default ``torch.optim.SGD``)
@@ -262,7 +262,7 @@ class BinarySAM(torch.optim.Optimizer):
         return group["lam"] * group["lam_growth"] ** group["k"]
 
     def _binarized(self, group: dict[str, Any]) -> bool:
-        """Whether the group's tensors are quantized: its flag, and a quantizer set."""
+        """Return True when the group's tensors are quantized: its flag is set and so is a quantizer."""
         return bool(group["binarize"]) and self.quantizer is not None
 
     def _quantize(self, p: Tensor, group: dict[str, Any]) -> Tensor:

@@ -220,6 +220,27 @@ def test_hessian_exact_rejects_closure_without_graph():
 # ---------------------------------------------------------------- zero gradient, batched rows
 
 
+@pytest.mark.parametrize("sam_grad", ["first-order", "hessian-exact", "hessian-fd"])
+@pytest.mark.parametrize("rho", [0.0, 0.1])
+def test_base_step_runs_once_per_step(sam_grad, rho, monkeypatch):
+    # Distributed training averages gradients inside the base step, so it must run exactly
+    # once per BinarySAM step, after the final gradient is in p.grad.
+    a, b, w0 = quadratic_problem()
+    w = w0.clone().requires_grad_(True)
+    opt = BinarySAM([w], rho=rho, quantizer="ste", sam_grad=sam_grad, lr=0.1)
+    seen = []
+    original = opt.base_optimizer.step
+
+    def counting_step(*args, **kwargs):
+        seen.append(w.grad.detach().clone())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(opt.base_optimizer, "step", counting_step)
+    opt.step(make_closure(opt, [w], lambda v: quartic_loss(v, a, b)))
+    assert len(seen) == 1
+    assert torch.allclose(w, w0 - 0.1 * seen[0], rtol=0, atol=1e-12)
+
+
 def test_zero_gradient_gives_finite_step():
     w = torch.zeros(4, requires_grad=True)
     opt = BinarySAM([w], rho=0.5, sam_grad="hessian-exact", lr=0.1)
